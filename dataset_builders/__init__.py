@@ -1,0 +1,1 @@
+"""Sources -> pixels -> text -> labels -> records -> shards. Public entry point: ``dataset_builders.build``."""
