@@ -47,10 +47,12 @@ def tracking_run(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[Any]:
     """Start (or nest) an MLflow run in the experiment for ``kind``; yields the active run, or None when disabled.
 
     ``parent_run_id`` (or ``MGLL_PARENT_RUN_ID`` in the environment) nests the run under a pipeline run.
+    ``run_id`` continues an existing run (a resumed training keeps logging into its own run).
     """
     if not tracking_enabled():
         yield None
@@ -62,7 +64,7 @@ def tracking_run(
     all_tags = {"mgll.kind": kind, **(tags or {})}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=all_tags) as run:
         if params:
             items = list(safe_params(params).items())
             for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
