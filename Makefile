@@ -49,9 +49,17 @@ test: install
 	@rc=0; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# Every bench/*.py prints what it measured; *_tune.py are tuning helpers, gpu_*.py need CUDA.
 bench: install
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks in bench/" >&2; exit 1; }
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@cuda=$$($(PY) -c "import torch; print(int(torch.cuda.is_available()))"); \
+	for script in bench/*.py; do \
+	  case $$script in \
+	    *_tune.py) echo "== $$script: tuning helper, not a benchmark (skipped)"; continue;; \
+	    bench/gpu_*) if [ "$$cuda" != 1 ]; then echo "== $$script: no CUDA device (skipped)"; continue; fi;; \
+	  esac; \
+	  echo "== $$script"; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) $$script || exit 1; \
+	done
 
 clean: down
 	rm -rf .mgll build dist .pytest_cache *.egg-info

@@ -16,6 +16,7 @@ import json
 import logging
 import posixpath
 import subprocess
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -147,7 +148,12 @@ class BuildContext:
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         self._labeler = None
         self._ontologies: dict[str, Any] = {}
-        self.text_stage = "dataset_builders.text" if text_stage_available() else "fallback"
+        self._report_cache: dict[str, tuple] = {}  # several images of one study share one report
+
+    @property
+    def text_stage(self) -> str:
+        # resolved lazily: importing the text stage loads spaCy, which builds without reports never need
+        return "dataset_builders.text" if text_stage_available() else "fallback"
 
     def sample_key(self, item: RawItem, frame_index: int) -> str:
         return self.deid.hash_id("key", f"{item.source}\x1f{item.path}\x1f{frame_index}", length=24)
@@ -167,6 +173,14 @@ class BuildContext:
 
     def report_texts(self, report: str, modality_text: str):
         """Scrubbed report -> (texts, labels, evidence, spans) via the clinical-text stage (or the fallback)."""
+        cache_key = hashlib.sha256(f"{modality_text}\x1f{report}".encode()).hexdigest()
+        if cache_key not in self._report_cache:
+            if len(self._report_cache) > 4096:
+                self._report_cache.clear()
+            self._report_cache[cache_key] = self._report_texts(report, modality_text)
+        return self._report_cache[cache_key]
+
+    def _report_texts(self, report: str, modality_text: str):
         if self.text_stage == "fallback":
             return fallback_report_texts(report, modality_text)
         from dataset_builders.text.compose import compose_texts
@@ -221,7 +235,8 @@ def _cfg_id(cfg: BuildConfig) -> str:
 
 
 def get_context(cfg: BuildConfig) -> BuildContext:
-    key = _cfg_id(cfg)
+    # one context per thread: the text stage's spaCy pipeline is not meant to be shared between threads
+    key = f"{_cfg_id(cfg)}:{threading.get_ident()}"
     if key not in _CONTEXTS:
         salt, _origin = resolve_build_salt(cfg)
         _CONTEXTS[key] = BuildContext(cfg, salt)

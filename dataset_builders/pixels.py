@@ -51,11 +51,11 @@ def check_dimensions(ds: Dataset, max_pixels: int, min_side: int) -> tuple[int, 
     except (TypeError, ValueError):
         raise PixelError("image geometry unreadable: Rows/Columns/BitsAllocated are not integers", stage="validate") from None
     if rows < min_side or cols < min_side:
-        raise PixelError(f"absurd dimensions {cols}x{rows} (shorter side below {min_side})", stage="validate")
+        raise PixelError(f"absurd dimensions: {cols}x{rows} (shorter side below {min_side})", stage="validate")
     if rows * cols > max_pixels:
-        raise PixelError(f"absurd dimensions {cols}x{rows} (more than {max_pixels} pixels per frame)", stage="validate")
+        raise PixelError(f"absurd dimensions: {cols}x{rows} (more than {max_pixels} pixels per frame)", stage="validate")
     if frames < 1 or frames > 10000:
-        raise PixelError(f"absurd NumberOfFrames {frames}", stage="validate")
+        raise PixelError(f"absurd dimensions: NumberOfFrames {frames}", stage="validate")
     if bits == 1:
         raise PixelError("BitsAllocated 1 (bit-packed segmentation/overlay), not an image", stage="validate")
     if bits not in (8, 16, 32):
@@ -78,7 +78,7 @@ def decode_frames(ds: Dataset, frame_indices: list[int]) -> list[np.ndarray]:
         except NotImplementedError as exc:
             tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             name = getattr(tsyntax, "name", str(tsyntax))
-            raise PixelError(f"undecodable transfer syntax {name}: {_first_line(exc)}", stage="decode") from None
+            raise PixelError(f"undecodable transfer syntax: {name} ({_first_line(exc)})", stage="decode") from None
         except (ValueError, EOFError, OSError, RuntimeError, KeyError, AttributeError, IndexError) as exc:
             raise PixelError(f"pixel data could not be decoded: {_first_line(exc)}", stage="decode") from None
         finally:

@@ -75,11 +75,15 @@ def render_chest(rng: np.random.Generator, findings: list[Finding], rows: int, c
         f = by_label["Fracture"]
         cx = 0.2 if f.side == "right" else 0.8
         cy = 0.4 + rng.uniform(-0.08, 0.08)
-        box = (np.abs(x - cx) < 0.045) & (np.abs(y - cy) < 0.06)
-        shifted = (np.mod(rib_phase + 0.35, 1.0) < 0.28).astype(np.float32)
-        gap = box & (np.abs(x - cx) < 0.006)
+        box = (np.abs(x - cx) < 0.06) & (np.abs(y - cy) < 0.07)
+        shifted = (np.mod(rib_phase + 0.5, 1.0) < 0.28).astype(np.float32)  # displaced fragment
+        gap = box & (np.abs(x - cx) < 0.012)
         ribs = np.where(box & (x > cx), shifted, ribs)
         ribs = np.where(gap, 0.0, ribs)
+        # callus / extrapleural haematoma: a soft density over the fracture line
+        callus = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.03**2)).astype(np.float32)
+    else:
+        callus = None
     if "Pneumothorax" in by_label and not lateral:
         f = by_label["Pneumothorax"]
         side = f.side if f.side in lung_d else "right"
@@ -97,6 +101,8 @@ def render_chest(rng: np.random.Generator, findings: list[Finding], rows: int, c
 
     lung_value = 0.14 + (0.07 * ribs + texture) * lung_tex
     img = img * (1 - lung_any) + lung_value * lung_any
+    if callus is not None:
+        img += 0.14 * callus
     if pleural_line is not None:
         img = np.where(pleural_line, img + 0.2, img)
 

@@ -156,7 +156,8 @@ def _finish(name, kind, task, labels, rows_by_split, report, spec, ontology=None
     label_names, keep = (labels, None) if task == "multiclass" else _select_labels(labels, spec)
     splits = {}
     for split_name, rows in rows_by_split.items():
-        rows = rows[: spec.max_samples] if spec.max_samples else rows
+        if spec.max_samples and len(rows) > spec.max_samples:  # evenly spaced, so every part of the split is seen
+            rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, spec.max_samples).round()]
         if task == "multiclass":
             targets = np.asarray([r[1] for r in rows], dtype=np.int64)
         else:
@@ -396,10 +397,14 @@ def read_corpus(spec: DatasetSpec) -> Benchmark:
         rows[split] = []
         if not shards:
             continue
+        expected = int(((card.get("counts") or {}).get("per_split") or {}).get(split) or 0)
+        stride = max(1, expected // spec.max_samples) if spec.max_samples else 1  # spread over every shard
         dataset = wds.WebDataset(shards, shardshuffle=False, empty_check=False)
-        for sample in dataset:
+        for position, sample in enumerate(dataset):
             if spec.max_samples and len(rows[split]) >= spec.max_samples:
                 break
+            if position % stride:
+                continue
             report.rows += 1
             where = f"{split} sample {report.rows}"
             image = sample.get("png") or sample.get("jpg")

@@ -270,13 +270,16 @@ def _shuffled_shards(urls: list[str], seed: int, epoch: int, shuffle: bool) -> l
 class _SplitAndSkip:
     """Sample-level split (when there are too few shards to split by shard) and resume skipping, per process."""
 
-    def __init__(self, shard_level_split: bool, skip_batches: int, batch_size: int):
+    def __init__(self, shard_level_split: bool, skip_batches: int, batch_size: int, across_ranks: bool = True):
         self.shard_level_split = shard_level_split
         self.skip_batches = skip_batches
         self.batch_size = batch_size
+        self.across_ranks = across_ranks
 
     def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
         rank, world, worker, workers = _worker_info()
+        if not self.across_ranks:
+            rank, world = 0, 1
         stride, offset = (1, 0) if self.shard_level_split else (world * workers, rank * workers + worker)
         # DataLoader takes batch b from worker b % workers, so after every worker skips k // workers of its own
         # batches the round-robin restarts in step; the k % workers left over are dropped by iterate_batches.
@@ -323,14 +326,23 @@ def make_pipeline(
     epoch: int = 0,
     skip_batches: int = 0,
     train: bool = True,
+    across_ranks: bool = True,
 ) -> wds.DataPipeline:
-    """One epoch's pipeline of collated batches (endless when ``cfg.resampled``); see the module doc for order."""
+    """One epoch's pipeline of collated batches (endless when ``cfg.resampled``); see the module doc for order.
+
+    ``across_ranks=False``: this process reads the whole split even inside a distributed job (validation on rank 0).
+    """
     granularities = check_granularities(card, cfg.granularities)
     urls = card.shards.get(split) or []
     if not urls:
         raise DataError(f"the dataset card of {card.root!r} lists no shards for split {split!r} (has {sorted(card.shards)})")
     workers = cfg.workers
-    shard_level = cfg.resampled or _shard_level(len(urls), workers)
+    if cfg.resampled:
+        shard_level = True
+    elif across_ranks:
+        shard_level = _shard_level(len(urls), workers)
+    else:
+        shard_level = len(urls) >= max(1, workers)
     stages: list[Any] = []
     if train and cfg.resampled:
         rank, _, _, _ = wds.utils.pytorch_worker_info()
@@ -345,11 +357,11 @@ def make_pipeline(
     else:
         stages.append(wds.SimpleShardList(_shuffled_shards(urls, seed, epoch, train and cfg.shard_shuffle)))
         if shard_level:
-            stages += [wds.split_by_node, wds.split_by_worker]
+            stages += ([wds.split_by_node] if across_ranks else []) + [wds.split_by_worker]
     stages.append(wds.tarfile_to_samples())
     if train and cfg.shuffle_buffer > 1:
         stages.append(_SeededShuffle(cfg.shuffle_buffer, cfg.shuffle_initial, seed, epoch))
-    stages.append(_SplitAndSkip(shard_level, skip_batches, batch_size))
+    stages.append(_SplitAndSkip(shard_level, skip_batches, batch_size, across_ranks))
     transform = (
         train_transform(image_size, mean, std, cfg.augment) if train else val_transform(image_size, mean, std)
     )

@@ -251,8 +251,10 @@ def zero_shot_scores(bundle, bench: Benchmark, spec: DatasetSpec, cfg: EvaluateC
 
 
 # ---------------------------------------------------------------------------------------------- linear probe
-def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[float], max_iter: int, seed: int):
-    """Logistic regression on frozen features; C picked by val macro AUC (or accuracy for multi-class)."""
+def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[float], max_iter: int, seed: int,
+                        n_outputs: int):
+    """Logistic regression on frozen features (one per label, or one multinomial for multi-class); C picked by val
+    macro AUC (one-vs-rest for multi-class)."""
     from sklearn.linear_model import LogisticRegression
 
     x_train, y_train = features["train"], targets["train"]
@@ -276,7 +278,7 @@ def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[f
 
     def predict(model, x):
         if task == "multiclass":
-            probs = np.zeros((len(x), int(max(y_train.max(), 0)) + 1))
+            probs = np.zeros((len(x), n_outputs))
             probs[:, model.classes_] = model.predict_proba(x)
             return probs
         return np.stack([m.predict_proba(x)[:, 1] if not isinstance(m, float) else np.full(len(x), m) for m in model],
@@ -299,15 +301,8 @@ def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[f
     out = {"C": chosen, "C_selection": selection, "val_auc_by_C": {str(k): v for k, v in val_scores.items()}}
     for split in ("val", "test"):
         if features.get(split) is not None and len(features[split]):
-            scores = predict(model, features[split])
-            if task == "multiclass" and scores.shape[1] < len_classes(targets):
-                scores = np.pad(scores, ((0, 0), (0, len_classes(targets) - scores.shape[1])))
-            out[split] = scores
+            out[split] = predict(model, features[split])
     return out
-
-
-def len_classes(targets: dict) -> int:
-    return int(max(int(t.max()) for t in targets.values() if len(t))) + 1
 
 
 # ------------------------------------------------------------------------------------------------- fine-tune
@@ -317,12 +312,13 @@ def fine_tune_scores(bundle, bench: Benchmark, splits: dict[str, SplitData], cfg
     macro AUC is kept."""
     ft = cfg.fine_tune
     torch.manual_seed(cfg.seed)
-    visual = copy.deepcopy(bundle.model.visual).to(cfg.device).train()
+    visual = copy.deepcopy(bundle.model.visual).to(cfg.device).eval()
     n_out = len(bench.labels)
     with torch.no_grad():
         probe = bundle.preprocess_val(open_image(splits["train"].images[0])).unsqueeze(0).to(cfg.device)
         dim = visual(probe).shape[-1]
     head = torch.nn.Linear(dim, n_out).to(cfg.device)
+    visual.train()
     params = list(visual.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=ft.lr, weight_decay=ft.weight_decay)
     train_ds = _ImageDataset(splits["train"].images, bundle.preprocess_train or bundle.preprocess_val,
@@ -501,7 +497,7 @@ def evaluate_dataset(bundle, spec: DatasetSpec, cfg: EvaluateConfig, out_dir: Pa
             result["details"]["linear_probe"] = {"skipped": "train split is empty"}
         else:
             tasks["linear_probe"] = linear_probe_scores(features, targets, bench.task, cfg.linear_probe.c_grid,
-                                                        cfg.linear_probe.max_iter, cfg.seed)
+                                                        cfg.linear_probe.max_iter, cfg.seed, len(bench.labels))
     if cfg.fine_tune.enabled:
         if len(splits.get("train", [])) == 0:
             result["details"]["fine_tune"] = {"skipped": "train split is empty"}

@@ -368,20 +368,26 @@ def _train(cfg: PretrainConfig, info: DistInfo, progress: bool, tracking, create
 
     has_val = bool(cfg.data.val_split and card.shards.get(cfg.data.val_split))
 
+    # Validation runs on rank 0 alone over the whole val split, with a loss that gathers nothing; the other ranks
+    # simply wait for it at their next collective.
+    val_loss_fn = build_loss(cfg, DistInfo(), clip_only=loss_cfg_kind == "clip").to(device)
+
     def validation_loss() -> float | None:
-        if not has_val:
+        if not has_val or not info.is_main:
             return None
         ddp_model.eval()
+        val_loss_fn.load_state_dict(loss_fn.state_dict())
         pipeline = make_pipeline(
             card, cfg.data, split=cfg.data.val_split, tokenizer=bundle.tokenizer, image_size=bundle.image_size,
             mean=bundle.image_mean, std=bundle.image_std, batch_size=tc.batch_size, seed=tc.seed, train=False,
+            across_ranks=False,
         )
         total, count = 0.0, 0
         with torch.no_grad():
             for i, batch in enumerate(pipeline):
                 if i >= tc.val_batches:
                     break
-                out = _forward_loss(model, loss_fn, batch, device, card, granularities, loss_granularities, autocast)
+                out = _forward_loss(model, val_loss_fn, batch, device, card, granularities, loss_granularities, autocast)
                 total, count = total + float(out["loss"]), count + 1
         ddp_model.train()
         return total / count if count else None

@@ -65,9 +65,16 @@ def test_every_input_is_accounted_for_with_specific_reasons(dicom_tree, tmp_path
 
 
 def test_shard_json_round_trips_and_texts(dicom_tree, tmp_path):
-    build(_cfg(dicom_tree, tmp_path / "out", multiframe="all"), progress=False)
+    summary = build(_cfg(dicom_tree, tmp_path / "out", multiframe="all"), progress=False)
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
-    assert (manifest[manifest.source_path.str.endswith("SC_rgb_rle_2frame.dcm")].frame_index.tolist() in ([0, 1], [1]))
+    # every frame is its own sample: SC_rgb_rle_2frame has 2 frames, examples_ybr_color 30
+    assert summary.extra_frames == 1 + 29
+    assert summary.inputs + summary.extra_frames == summary.samples + summary.rejects + summary.duplicates
+    cine = manifest[manifest.source_path.str.endswith("examples_ybr_color.dcm")]
+    duplicates = pd.read_parquet(tmp_path / "out" / "duplicates.parquet")
+    repeated = duplicates.source_path.str.endswith("examples_ybr_color.dcm").sum()  # identical consecutive frames
+    assert len(cine) + repeated == 30 and len(cine) > 20 and cine.key.is_unique
+    assert cine.frame_index.max() == 29 and cine.pixel_sha256.is_unique
     shard = tmp_path / "out" / manifest.shard.iloc[0]
     with tarfile.open(shard) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
@@ -202,3 +209,33 @@ def test_cli_shortcut_and_config_errors(dicom_tree, tmp_path):
          "--set", "image_size=2"], capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "image_size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_adding_data_keeps_existing_samples_and_splits(dicom_tree, tmp_path):
+    import shutil
+
+    cfg = _cfg(dicom_tree, tmp_path / "out")
+    build(cfg, progress=False)
+    before = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("key")
+    extra = tmp_path / "extra.dcm"
+    shutil.copy(dicom_tree / "pt0" / "CT_small.dcm", extra)
+    import pydicom
+
+    ds = pydicom.dcmread(extra)
+    ds.PatientID = "NEWPATIENT1"
+    ds.PixelData = bytes(reversed(ds.PixelData))  # different pixels: a new sample, not a duplicate
+    ds.save_as(dicom_tree / "aa_new.dcm")  # sorts first: every chunk boundary moves
+    after_summary = build(cfg, progress=False)
+    after = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("key")
+    assert after_summary.chunks_run >= 1 and len(after) == len(before) + 1
+    assert (after.loc[before.index, "split"] == before.split).all()
+    shards = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "shards").rglob("*.tar"))
+    assert shards == sorted(set(after.shard)), "stale shards of the old chunk plan must be gone"
+
+
+def test_empty_source_builds_an_empty_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    summary = build(_cfg(tmp_path / "empty", tmp_path / "out"), progress=False)
+    assert summary.inputs == summary.samples == 0
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 0
+    assert json.loads((tmp_path / "out" / "dataset.json").read_text())["counts"]["total"] == 0

@@ -126,3 +126,27 @@ def test_unreadable_image_is_counted_not_fatal(tmp_path, eval_bundle):
     )
     result = evaluate(cfg, bundle=eval_bundle)
     assert result["datasets"]["csv"]["summary"]["read"]["skipped"]["image unreadable"] == 1
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    from mgll.config import load_config
+    from mgll.eval_config import AblationConfig
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(EvaluateConfig, repo / "configs" / "evaluate_demo.yaml")
+    assert cfg.datasets[0].kind == "corpus" and cfg.zero_shot.enabled and cfg.linear_probe.enabled
+    ablation = load_config(AblationConfig, repo / "configs" / "ablation_demo.yaml")
+    assert len(ablation.variants) == 7
+
+
+def test_dataset_spec_errors_are_specific():
+    from mgll.config import ConfigError
+
+    with pytest.raises(ConfigError, match="datasets"):
+        config(datasets=[])
+    with pytest.raises(ConfigError, match="templates.*lack"):
+        config(datasets=[{"kind": "corpus", "root": ".", "templates": ["no slot"]}])
+    with pytest.raises(ConfigError, match="names must be unique"):
+        config(datasets=[{"kind": "corpus", "root": "a"}, {"kind": "corpus", "root": "b"}])

@@ -120,11 +120,11 @@ def test_resume_after_sigkill_reproduces_the_losses(tiny_dataset, tmp_path):
 def test_ddp_two_processes_under_torchrun(tiny_dataset, tmp_path):
     from flows.pretrain import TrainingFailed, run_torchrun
 
-    cfg = tiny_config(tiny_dataset, tmp_path / "ddp", train={"steps": 2, "threads": 1}, distributed={"nproc_per_node": 2},
-                      data={"val_split": None})
+    cfg = tiny_config(tiny_dataset, tmp_path / "ddp", train={"steps": 2, "threads": 1}, distributed={"nproc_per_node": 2})
     lines: list[str] = []
     result = run_torchrun(cfg, log_line=lines.append)
     assert result["steps"] == 2 and Path(result["checkpoint"]).is_file()
+    assert result["metrics"]["val_loss"] > 0  # validation on rank 0 alone while rank 1 waits
     rows = read_metrics(tmp_path / "ddp")
     assert len(rows) == 2 and all(r["samples_per_s"] > 0 for r in rows)
     assert any("--nproc-per-node 2" in line for line in lines)

@@ -56,7 +56,8 @@ def read_dicom(data: bytes) -> Dataset:
     except Reject:
         raise
     except Exception as exc:  # pydicom raises many types for truncated / corrupt headers
-        raise Reject("read", f"corrupt or truncated DICOM header: {type(exc).__name__}: {pixels._first_line(exc)}") from None
+        detail = deid.scrub_text(pixels._first_line(exc))  # parser messages may quote header values
+        raise Reject("read", f"corrupt or truncated DICOM header: {type(exc).__name__}: {detail}") from None
 
 
 def non_image_reason(ds: Dataset) -> str | None:

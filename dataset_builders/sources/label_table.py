@@ -144,7 +144,7 @@ class LabelTableSource(Source):
         try:
             arr = pixels.load_image_file(data)
             if min(arr.shape[:2]) < ctx.cfg.min_side or arr.shape[0] * arr.shape[1] > ctx.cfg.max_pixels:
-                raise pixels.PixelError(f"absurd dimensions {arr.shape[1]}x{arr.shape[0]}", stage="validate")
+                raise pixels.PixelError(f"absurd dimensions: {arr.shape[1]}x{arr.shape[0]}", stage="validate")
         except pixels.PixelError as exc:
             raise Reject(exc.stage, str(exc)) from None
         ontology = ctx.ontology(self.cfg.ontology)

@@ -55,7 +55,7 @@ class ReportXraySource(Source):
         except pixels.PixelError as exc:
             raise Reject(exc.stage, str(exc)) from None
         if min(arr.shape[:2]) < ctx.cfg.min_side:
-            raise Reject("validate", f"absurd dimensions {arr.shape[1]}x{arr.shape[0]}")
+            raise Reject("validate", f"absurd dimensions: {arr.shape[1]}x{arr.shape[0]}")
         texts, labels, evidence, spans = ctx.report_texts(deid.scrub_text(report), self.cfg.modality_text)
         patient_hash = ctx.deid.hash_id("patient", patient or posixpath.dirname(item.path) or item.path)
         image = pixels.encode(arr, ctx.cfg.image_size, ctx.cfg.image_format, ctx.cfg.jpeg_quality, ctx.cfg.png_compress_level)

@@ -48,6 +48,9 @@ def build_dataset(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except OSError as exc:  # output location not writable, disk full, source vanished mid-build...
+        typer.echo(f"error: build stopped by an I/O error ({type(exc).__name__}: {exc}); rerun to resume", err=True)
+        raise typer.Exit(1)
     typer.echo(
         f"built {summary.out}: {summary.inputs} inputs -> {summary.samples} samples "
         f"({', '.join(f'{k} {v}' for k, v in sorted(summary.per_split.items()))}), {summary.rejects} rejects, "
