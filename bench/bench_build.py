@@ -72,11 +72,13 @@ def run_build(root: Path, out: Path, image_size: int, runner: dict, reports: boo
 
 def peak_rss_of_build(root: Path, out: Path, image_size: int) -> float:
     code = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from bench.bench_build import run_build\n"
         f"from pathlib import Path\nrun_build(Path({str(root)!r}), Path({str(out)!r}), {image_size}, {{'kind': 'local'}})\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n"
+        # VmHWM, not ru_maxrss: ru_maxrss is inherited across fork+exec from this (large) parent process
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(json.dumps(int(hwm) / 1024))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

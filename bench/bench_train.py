@@ -6,7 +6,7 @@
 (c) loader samples/s (the training pipeline alone: read, decode, augment, tokenise G=3, collate) / training
     samples/s (the full MGLL training loop). Goal >= 2: the loader must never be what training waits for.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_train.py [--dataset .mgll/demo/dataset] [--steps 12]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_train.py [--dataset .mgll/demo/dataset] [--steps 8 --rounds 2]
 
 Without ``--dataset`` it writes a synthetic dataset (tests/fixtures/train.py layout, 256 px PNGs) to a temp dir.
 Prints a JSON report and writes it to ``--out``.
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def train_run(dataset: str, out: Path, kind: str, granularities: list[str], args) -> dict:
+def train_run(dataset: str, out: Path, kind: str, granularities: list[str], args) -> list[dict]:
     from mgll.config import load_config
     from mgll.train import train
     from mgll.train_config import PretrainConfig
@@ -42,11 +42,14 @@ def train_run(dataset: str, out: Path, kind: str, granularities: list[str], args
         "tracking": {"log_model": False},
     })
     result = train(cfg)
-    rows = result.history[args.skip:]  # the first steps pay for worker start-up and allocator warm-up
-    step_s = [args.batch_size / r["samples_per_s"] for r in rows]
+    return result.history[args.skip:]  # the first steps pay for worker start-up and allocator warm-up
+
+
+def summarise(kind: str, granularities: int, rows: list[dict], batch_size: int) -> dict:
+    step_s = [batch_size / r["samples_per_s"] for r in rows]
     compute_s = [s * (1 - r["data_wait_fraction"]) for s, r in zip(step_s, rows)]
     return {
-        "kind": kind, "granularities": len(granularities), "steps_measured": len(rows),
+        "kind": kind, "granularities": granularities, "steps_measured": len(rows),
         "step_s_median": statistics.median(step_s), "compute_s_median": statistics.median(compute_s),
         "samples_per_s_median": statistics.median(r["samples_per_s"] for r in rows),
         "data_wait_fraction_median": statistics.median(r["data_wait_fraction"] for r in rows),
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dataset", default=None, help="build-dataset output; default: a synthetic one")
     parser.add_argument("--model", default="mgll-tiny")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=8, help="training steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating CLIP/MGLL rounds")
     parser.add_argument("--skip", type=int, default=2, help="first steps left out of the medians")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (default: torch's)")
@@ -98,14 +102,20 @@ def main(argv: list[str] | None = None) -> dict:
             from tests.fixtures.train import write_tiny_dataset
 
             dataset = str(write_tiny_dataset(Path(tmp) / "dataset", n_train=512, n_val=0, shard_size=128, image_size=256))
-        clip = train_run(dataset, Path(tmp), "clip", ["diagnosis"], args)
-        mgll = train_run(dataset, Path(tmp), "mgll", ["modality", "diagnosis", "explanation"], args)
+        # Alternate the variants (CLIP, MGLL, CLIP, MGLL, ...) so a change in machine load hits both alike.
+        clip_rows, mgll_rows = [], []
+        for _ in range(args.rounds):
+            clip_rows += train_run(dataset, Path(tmp), "clip", ["diagnosis"], args)
+            mgll_rows += train_run(dataset, Path(tmp), "mgll", ["modality", "diagnosis", "explanation"], args)
+        clip = summarise("clip", 1, clip_rows, args.batch_size)
+        mgll = summarise("mgll", 3, mgll_rows, args.batch_size)
         loader = loader_run(dataset, args)
 
     import torch
 
     report = {
-        "setup": {"model": args.model, "batch_size": args.batch_size, "steps": args.steps, "workers": args.workers,
+        "setup": {"model": args.model, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,
+                  "workers": args.workers,
                   "torch_threads": args.threads or torch.get_num_threads(), "dataset": args.dataset or "synthetic 256px"},
         "b_step_time_mgll_over_clip": mgll["step_s_median"] / clip["step_s_median"],
         "b_compute_time_mgll_over_clip": mgll["compute_s_median"] / clip["compute_s_median"],

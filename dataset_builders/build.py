@@ -421,16 +421,20 @@ def finalize(cfg: BuildConfig, results: list[ChunkResult], seconds: float | None
         label_derived={name: s.label_derived_granularities() for name, s in sources.items()},
         ontology_order=_ontology_order(cfg, sources),
         config_hash=config_hash,
-        text_stage=get_context(cfg).text_stage,
+        text_stage=get_context(cfg).text_stage if _uses_reports(cfg) else "unused",
     )
     atomic_write_json(fs, card_path, card)
     return summary
 
 
+def _uses_reports(cfg: BuildConfig) -> bool:
+    return any(s.kind in ("report_xray", "synthetic") or getattr(s, "reports", None) for s in cfg.sources)
+
+
 def _ontology_order(cfg: BuildConfig, sources: dict[str, Source]) -> list[str]:
     ctx = get_context(cfg)
     names = []
-    if any(s.kind in ("dicom_xray", "report_xray", "synthetic") for s in sources.values()):
+    if _uses_reports(cfg):
         names.append(cfg.ontology)
     for s in sources.values():
         onto = getattr(s.cfg, "ontology", None) or ("fundus" if s.kind == "synthetic" else None)

@@ -372,10 +372,8 @@ def read_csv_benchmark(spec: DatasetSpec) -> Benchmark:
             if not rel or not image.is_file():
                 report.skip("image file missing", where)
                 continue
-            rows[split and split or row_split].append((str(image), target, {}))
+            rows[row_split].append((str(image), target, {}))
     task = "multiclass" if multiclass else "multilabel"
-    if task == "multilabel":
-        return _finish(spec.display_name, "csv", task, labels, rows, report, spec)
     return _finish(spec.display_name, "csv", task, labels, rows, report, spec)
 
 
@@ -398,7 +396,7 @@ def read_corpus(spec: DatasetSpec) -> Benchmark:
         if not shards:
             continue
         expected = int(((card.get("counts") or {}).get("per_split") or {}).get(split) or 0)
-        stride = max(1, expected // spec.max_samples) if spec.max_samples else 1  # spread over every shard
+        stride = max(1, -(-expected // spec.max_samples)) if spec.max_samples else 1  # spread over every shard
         dataset = wds.WebDataset(shards, shardshuffle=False, empty_check=False)
         for position, sample in enumerate(dataset):
             if spec.max_samples and len(rows[split]) >= spec.max_samples:

@@ -88,10 +88,13 @@ def embedding_projection(features: np.ndarray, targets: np.ndarray, labels: list
     else:
         names = [next((labels[j] for j in range(len(labels)) if row[j] == 1), "no positive label") for row in targets]
     fig, ax = plt.subplots(figsize=(6, 5))
-    for name in sorted(set(names)):
+    groups = sorted(set(names))
+    colours = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
+    for k, name in enumerate(groups):
         sel = [i for i, n in enumerate(names) if n == name]
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=10, label=name)
-    ax.legend(fontsize=6, markerscale=1.5)
+        marker = "o" if k < 20 else "x"  # tab20 has 20 colours; later groups differ by marker
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=10, label=name, color=colours(k % 20), marker=marker)
+    ax.legend(fontsize=6, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"{title}: PCA of image embeddings")
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import logging
 import math
 import time
 from dataclasses import asdict
@@ -24,9 +23,9 @@ from PIL import Image
 
 from mgll import tracking
 from mgll.benchmarks import Benchmark, BenchmarkError, SplitData, read_benchmark
+from mgll.checkpoint import CheckpointError  # one error type for every checkpoint problem (re-exported)
 from mgll.eval_config import DatasetSpec, EvaluateConfig
 from mgll.metrics import (
-    LabelResult,
     best_f1_thresholds,
     bootstrap_ci,
     macro_auc,
@@ -36,11 +35,6 @@ from mgll.metrics import (
     retrieval_metrics,
     retrieval_ranks,
 )
-
-log = logging.getLogger("mgll.evaluate")
-
-
-from mgll.checkpoint import CheckpointError  # noqa: E402  (one error type for every checkpoint problem)
 
 
 def _create_bundle(name: str, pretrained: str | None, device: str):
@@ -252,12 +246,13 @@ def zero_shot_scores(bundle, bench: Benchmark, spec: DatasetSpec, cfg: EvaluateC
 
 # ---------------------------------------------------------------------------------------------- linear probe
 def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[float], max_iter: int, seed: int,
-                        n_outputs: int):
+                        n_outputs: int, label_names: list[str] | None = None):
     """Logistic regression on frozen features (one per label, or one multinomial for multi-class); C picked by val
     macro AUC (one-vs-rest for multi-class)."""
     from sklearn.linear_model import LogisticRegression
 
     x_train, y_train = features["train"], targets["train"]
+    label_names = label_names or [str(j) for j in range(n_outputs)]
     if len(x_train) == 0:
         raise BenchmarkError("the linear probe needs a non-empty train split")
 
@@ -270,7 +265,7 @@ def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[f
         for j in range(y_train.shape[1]):
             mask = ~np.isnan(y_train[:, j])
             yj = y_train[mask, j].astype(int)
-            if yj.size == 0 or yj.min() == yj.max():  # one class in train: predict its prevalence
+            if yj.size == 0 or yj.min() == yj.max():  # one class in train: predict its prevalence (reported)
                 models.append(float(yj.mean()) if yj.size else 0.0)
             else:
                 models.append(LogisticRegression(C=c, max_iter=max_iter, random_state=seed).fit(x_train[mask], yj))
@@ -299,6 +294,8 @@ def linear_probe_scores(features: dict, targets: dict, task: str, c_grid: list[f
             selection = "middle of c_grid (val AUC undefined for every C)"
     model = fit(chosen)
     out = {"C": chosen, "C_selection": selection, "val_auc_by_C": {str(k): v for k, v in val_scores.items()}}
+    if task != "multiclass":
+        out["constant_labels"] = [label_names[j] for j, m in enumerate(model) if isinstance(m, float)]
     for split in ("val", "test"):
         if features.get(split) is not None and len(features[split]):
             out[split] = predict(model, features[split])
@@ -497,7 +494,8 @@ def evaluate_dataset(bundle, spec: DatasetSpec, cfg: EvaluateConfig, out_dir: Pa
             result["details"]["linear_probe"] = {"skipped": "train split is empty"}
         else:
             tasks["linear_probe"] = linear_probe_scores(features, targets, bench.task, cfg.linear_probe.c_grid,
-                                                        cfg.linear_probe.max_iter, cfg.seed, len(bench.labels))
+                                                        cfg.linear_probe.max_iter, cfg.seed, len(bench.labels),
+                                                        bench.labels)
     if cfg.fine_tune.enabled:
         if len(splits.get("train", [])) == 0:
             result["details"]["fine_tune"] = {"skipped": "train split is empty"}

@@ -22,7 +22,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from mgll.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap_model
 from mgll.config import flatten_for_logging
-from mgll.data import DatasetCard, check_granularities, make_loader, make_pipeline, read_card
+from mgll.data import check_granularities, make_loader, make_pipeline, read_card
 from mgll.train_config import PretrainConfig
 
 log = logging.getLogger("mgll.train")
@@ -502,11 +502,13 @@ def _train(cfg: PretrainConfig, info: DistInfo, progress: bool, tracking, create
                 val = validation_loss()
                 if val is not None and info.is_main:
                     tracking.log_metrics({"val_loss": val}, step=step)
+                    log.info("step %d validation loss %.4f", step, val)
             if step % tc.checkpoint_every == 0 or step == tc.steps:
                 if step == tc.steps and has_val:
                     val = validation_loss()
                     if val is not None and info.is_main:
                         tracking.log_metrics({"val_loss": val}, step=step)
+                        log.info("step %d validation loss %.4f", step, val)
                 score = val if val is not None else float(np.mean(interval_losses))
                 interval_losses = []
                 if info.is_main:

@@ -128,3 +128,11 @@ def test_empty_test_split_is_a_specific_error(tmp_path):
 def test_missing_root_is_a_specific_error(tmp_path):
     with pytest.raises(BenchmarkError, match="does not exist"):
         read_benchmark(spec(kind="rfmid", root=str(tmp_path / "nowhere")))
+
+
+def test_corpus_max_samples_spreads_over_every_shard(tiny_corpus):
+    full = read_benchmark(spec(kind="corpus", root=str(tiny_corpus))).split("train")
+    part = read_benchmark(spec(kind="corpus", root=str(tiny_corpus), max_samples=10)).split("train")
+    assert len(part) == 10
+    positions = [full.images.index(image) for image in part.images]
+    assert positions == sorted(positions) and positions[-1] >= 40  # not just the first 10 of 48

@@ -239,3 +239,20 @@ def test_empty_source_builds_an_empty_dataset(tmp_path):
     assert summary.inputs == summary.samples == 0
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 0
     assert json.loads((tmp_path / "out" / "dataset.json").read_text())["counts"]["total"] == 0
+
+
+def test_shards_read_back_with_webdataset(small_demo_dataset):
+    import webdataset as wds
+
+    manifest = pd.read_parquet(small_demo_dataset / "manifest.parquet")
+    card = json.loads((small_demo_dataset / "dataset.json").read_text())
+    urls = [str(small_demo_dataset / p) for p in card["shards"]["train"]]
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil").to_tuple("__key__", "png", "json", "txt")
+    seen = 0
+    train = manifest[manifest.split == "train"].set_index("key")
+    for key, image, meta, caption in dataset:
+        row = train.loc[key]
+        assert image.size == (row.width, row.height) and min(image.size) == 128
+        assert meta["texts"]["modality"] == row.text_modality == caption
+        seen += 1
+    assert seen == len(train)

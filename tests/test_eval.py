@@ -43,6 +43,7 @@ def test_corpus_all_tasks_metrics_and_artifacts(tiny_corpus, eval_bundle, tmp_pa
     details = result["datasets"]["demo"]["details"]
     assert details["linear_probe"]["undefined"]["Fracture"].startswith("only negative samples")
     assert details["linear_probe"]["C_selection"] == "best val macro AUC"
+    assert details["linear_probe"]["constant_labels"] == []  # every label has both classes in train
     assert details["fine_tune"]["steps"] == 6
     out = tmp_path / "out" / "demo"
     expected = ["roc_zero_shot.png", "pr_linear_probe.png", "per_label_fine_tune.csv", "per_label_zero_shot.md",

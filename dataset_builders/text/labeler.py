@@ -1,9 +1,12 @@
 """Rule-based report labeler: ontology mentions + ConText-style negation/uncertainty + CheXpert aggregation.
 
-A spaCy 3.8 pipeline (``spacy.blank("en")`` + ``sentencizer`` + the ``mgll_context`` component defined here):
-  * mentions: one regular expression per label built from the ontology's synonyms (``exclude`` phrases veto),
-  * triggers: the phrases of ``context_rules.yaml`` found in one pass, longest match first, so pseudo-triggers
-    ("no change") hide the negations they contain and "cannot exclude" is uncertainty, not negation,
+A spaCy 3.8 pipeline (``spacy.blank("en")`` + the ``mgll_context`` component defined here):
+  * sentences: spaCy's sentencizer rule, applied to the token arrays (no per-token Python objects),
+  * mentions: the ontology's synonyms per label (``exclude`` phrases veto) and the triggers of
+    ``context_rules.yaml``, all found in one pass over the words of the report by a ``PhraseScanner``: a
+    first-word index picks, per word, the few phrases that can start there, so no alternation is tried at a
+    word that cannot start it. Within a phrase set the first phrase listed wins (longest first), so
+    pseudo-triggers ("no change") hide the negations they contain and "cannot exclude" is uncertainty,
   * scope: a pre-trigger reaches right and a post-trigger left, within the sentence/section, up to a window of
     words, and never across a termination term ("but", "however", "there is", ";" ...); the nearest wins.
 Aggregation per label (CheXpert): any positive -> 1, else any uncertain -> -1, else 0; the ``no_finding`` label is 1
@@ -18,11 +21,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import spacy
 import yaml
+from spacy.attrs import IDX, IS_PUNCT, ORTH
 from spacy.language import Language
+from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc
 
 from dataset_builders.schema import NEGATIVE, POSITIVE, UNCERTAIN, Evidence
@@ -36,11 +41,19 @@ _MAX_CHARS = 20_000  # longer reports are labelled on their first 20,000 charact
 
 _NEG, _UNC = "negation", "uncertainty"
 _WORDISH = re.compile(r"[A-Za-z]{3}")
-_CANDIDATE = re.compile(r"[a-z][a-z/\-]*|[;:?]|\n")
+_LEADING_WORD = re.compile(r"\w+")
+# Paragraph breaks and new list items end every scope, like a sentence end.
+_BREAK_SOURCE = r"\n[ \t]*\n|\n(?=[ \t]*\(?\d{1,2}[.)]\s)"
+_MEMO_LIMIT = 200_000
+TEXT_KEY = "mgll_text"  # doc.user_data key holding the doc's text
+_TRIGGER_START = r"(?<![\w\-/])"  # a trigger never starts inside a hyphenated or slashed word
 
 
-def phrase_regex(phrase: str) -> str:
-    """Lower-case phrase -> regex source: words joined by any spaces/hyphens, ``*`` = any word ending."""
+def phrase_regex(phrase: str, word_start: str = r"(?<![\w])") -> str:
+    """Lower-case phrase -> regex source: words joined by any spaces/hyphens, ``*`` = any word ending.
+
+    ``word_start`` guards a phrase that starts with a word (triggers use a stricter guard: "age-indeterminate
+    fracture" is not uncertain)."""
     words = phrase.strip().split()
     parts = []
     for word in words:
@@ -50,10 +63,94 @@ def phrase_regex(phrase: str) -> str:
             parts.append(re.escape(word))
     body = r"[\s\-]+".join(parts)
     if re.match(r"\w", phrase):
-        body = r"(?<![\w])" + body
+        body = word_start + body
     if re.search(r"[\w*]$", phrase):
         body = body + r"(?![\w])"
     return body
+
+
+def _start_key(phrase: str) -> tuple[str, bool]:
+    """What text a phrase can start at: (its leading word, True when that word ends in the ``*`` wildcard),
+    or (its first character, False) for a phrase that starts with punctuation or a newline."""
+    leading = _LEADING_WORD.match(phrase)
+    if not leading:
+        return phrase[0], False
+    word = leading.group(0)
+    return word, phrase.split()[0] == word + "*"
+
+
+class PhraseScanner:
+    """Finds, for several ordered phrase sets at once, what ``re.finditer("|".join(set))`` finds in each set:
+    leftmost, non-overlapping matches, the earlier-listed phrase winning at a position.
+
+    Every phrase regex starts at a word start (or at its own leading punctuation), so the alternation of a set
+    only has to be tried where the word there equals a phrase's leading word (or begins with a wildcard stem);
+    the sub-alternation of the phrases that can start at a given word is compiled once and memoised per word.
+    """
+
+    def __init__(self, phrase_sets: Sequence[Sequence[tuple[str, str]]]):
+        """``phrase_sets``: per set, ordered ``(phrase, regex source)`` pairs; the phrase gives the start key."""
+        self.sets = [list(s) for s in phrase_sets]
+        self._exact: dict[str, list[tuple[int, int]]] = {}
+        self._stems: list[tuple[str, int, int]] = []
+        punctuation = set()
+        for set_index, phrases in enumerate(self.sets):
+            for phrase_index, (phrase, _source) in enumerate(phrases):
+                key, wildcard = _start_key(phrase)
+                if wildcard:
+                    self._stems.append((key, set_index, phrase_index))
+                else:
+                    self._exact.setdefault(key, []).append((set_index, phrase_index))
+                    if not _LEADING_WORD.match(key):
+                        punctuation.add(key)
+        self._stem_prefixes = tuple({stem for stem, _, _ in self._stems})
+        self._candidates = re.compile(r"\w+" + "".join(f"|{re.escape(p)}" for p in sorted(punctuation)))
+        self._memo: dict[str, list[tuple[int, re.Pattern, list[int]]]] = {}
+        self._compiled: dict[tuple[int, tuple[int, ...]], re.Pattern] = {}
+
+    def _plan(self, word: str) -> list[tuple[int, re.Pattern, list[int]]]:
+        """Per phrase set that has phrases able to start at ``word``: (set, their sub-alternation, phrase indexes)."""
+        chosen: dict[int, set[int]] = {}
+        for set_index, phrase_index in self._exact.get(word, ()):
+            chosen.setdefault(set_index, set()).add(phrase_index)
+        if self._stem_prefixes and word.startswith(self._stem_prefixes):
+            for stem, set_index, phrase_index in self._stems:
+                if word.startswith(stem):
+                    chosen.setdefault(set_index, set()).add(phrase_index)
+        plan = []
+        for set_index in sorted(chosen):
+            indexes = tuple(sorted(chosen[set_index]))
+            pattern = self._compiled.get((set_index, indexes))
+            if pattern is None:
+                sources = [self.sets[set_index][i][1] for i in indexes]
+                pattern = re.compile("|".join(f"({source})" for source in sources))
+                self._compiled[(set_index, indexes)] = pattern
+            plan.append((set_index, pattern, list(indexes)))
+        return plan
+
+    def scan(self, lower: str) -> list[list[tuple[int, int, int]]]:
+        """Per phrase set, the ``(start, end, phrase index)`` of its matches in ``lower``."""
+        found: list[list[tuple[int, int, int]]] = [[] for _ in self.sets]
+        last_end = [0] * len(self.sets)
+        memo = self._memo
+        for candidate in self._candidates.finditer(lower):
+            word = candidate.group(0)
+            plan = memo.get(word)
+            if plan is None:
+                if len(memo) > _MEMO_LIMIT:
+                    memo.clear()
+                plan = memo[word] = self._plan(word)
+            if not plan:
+                continue
+            position = candidate.start()
+            for set_index, pattern, indexes in plan:
+                if position < last_end[set_index]:
+                    continue
+                match = pattern.match(lower, position)
+                if match:
+                    found[set_index].append((position, match.end(), indexes[match.lastindex - 1]))
+                    last_end[set_index] = match.end()
+        return found
 
 
 @dataclass(frozen=True)
@@ -67,12 +164,10 @@ class TriggerRule:
 
 @dataclass
 class ContextRules:
-    pattern: re.Pattern
-    rules: dict[str, TriggerRule]  # regex group name -> rule
+    triggers: list[TriggerRule]  # in match priority order (longest phrase first), the break rule last
+    sources: list[str]  # regex source per trigger
     pre_window: int
     post_window: int
-    first_words: frozenset = frozenset()  # words (or punctuation) that can start a trigger
-    first_prefixes: tuple = ()  # word stems of wildcard first words ("suspect*")
 
 
 @lru_cache(maxsize=4)
@@ -101,23 +196,15 @@ def load_context_rules(path: str | None = None) -> ContextRules:
                 continue  # the first category listed (pseudo, termination, negation, uncertainty) keeps the phrase
             entry["pre"] |= direction == "pre"
             entry["post"] |= direction == "post"
-    rules: dict[str, TriggerRule] = {}
-    alternatives = []
-    for index, phrase in enumerate(sorted(table, key=lambda p: (-len(p), p))):
+    triggers, sources = [], []
+    for phrase in sorted(table, key=lambda p: (-len(p), p)):
         entry = table[phrase]
-        name = f"t{index}"
         window = short_window if phrase in short else pre_window
-        rules[name] = TriggerRule(phrase, entry["kind"], entry["pre"], entry["post"], window)
-        alternatives.append(f"(?P<{name}>{phrase_regex(phrase)})")
-    # Paragraph breaks and new list items end every scope, like a sentence end.
-    alternatives.append(r"(?P<tbreak>\n[ \t]*\n|\n(?=[ \t]*\(?\d{1,2}[.)]\s))")
-    rules["tbreak"] = TriggerRule("<break>", "termination", False, False, 0)
-    firsts = {re.split(r"[\s\-]+", phrase)[0] for phrase in table}
-    first_words = frozenset({w for w in firsts if not w.endswith("*")} | {"\n"})
-    first_prefixes = tuple(sorted({w[:-1] for w in firsts if w.endswith("*")}))
-    # A first word like "r/o" or "non-enlarged" is found by the candidate scanner as one token; keep its head too.
-    first_words = first_words | {re.split(r"[/\-]", w)[0] for w in first_words}
-    return ContextRules(re.compile("|".join(alternatives)), rules, pre_window, post_window, first_words, first_prefixes)
+        triggers.append(TriggerRule(phrase, entry["kind"], entry["pre"], entry["post"], window))
+        sources.append(phrase_regex(phrase, word_start=_TRIGGER_START))
+    triggers.append(TriggerRule("\n", "termination", False, False, 0))
+    sources.append(_BREAK_SOURCE)
+    return ContextRules(triggers, sources, pre_window, post_window)
 
 
 @dataclass
@@ -126,18 +213,12 @@ class LabelResult:
     evidence: list[Evidence] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _LabelMatcher:
-    label: str
-    pattern: re.Pattern | None
-    exclude: re.Pattern | None
+def _phrase_set(phrases: Iterable[str]) -> list[tuple[str, str]]:
+    """Longest phrase first (ties alphabetical), as (phrase, regex source)."""
+    return [(p, phrase_regex(p)) for p in sorted(set(phrases), key=lambda p: (-len(p), p))]
 
 
-def _alternation(phrases: Iterable[str]) -> re.Pattern | None:
-    phrases = sorted(set(phrases), key=len, reverse=True)
-    if not phrases:
-        return None
-    return re.compile("|".join(phrase_regex(p) for p in phrases))
+_SENTENCE_PUNCT = frozenset(Sentencizer.default_punct_chars)
 
 
 class ContextComponent:
@@ -151,23 +232,50 @@ class ContextComponent:
         self.rules = rules
         self.skip_sections = frozenset(skip_sections)
         self.header_map = load_header_map()
-        self.matchers = [
-            _LabelMatcher(d.name, _alternation(d.synonyms), _alternation(d.exclude)) for d in ontology.label_defs
-        ]
-        self.matchers = [m for m in self.matchers if m.pattern is not None]
-        other = _alternation(ontology.other_findings)
-        if other is not None:
-            self.matchers.append(_LabelMatcher("__other__", other, None))
+        # Phrase sets: 0 = triggers, then per label (mentions, exclusions), then "other findings".
+        sets: list[list[tuple[str, str]]] = [list(zip((r.phrase for r in rules.triggers), rules.sources))]
+        self.label_sets: list[tuple[str, int, int | None]] = []  # (label, mention set, exclusion set or None)
+        for definition in ontology.label_defs:
+            if not definition.synonyms:
+                continue
+            sets.append(_phrase_set(definition.synonyms))
+            mention_set = len(sets) - 1
+            exclusion_set = None
+            if definition.exclude:
+                sets.append(_phrase_set(definition.exclude))
+                exclusion_set = len(sets) - 1
+            self.label_sets.append((definition.name, mention_set, exclusion_set))
+        if ontology.other_findings:
+            sets.append(_phrase_set(ontology.other_findings))
+            self.label_sets.append(("__other__", len(sets) - 1, None))
+        self.scanner = PhraseScanner(sets)
         self.implications = [(frozenset(i.phrases), i.label, i.state) for i in ontology.implications]
+        self._punct_hashes: frozenset[int] | None = None
+
+    def _sentence_starts(self, doc: Doc) -> list[int]:
+        """Character offsets where spaCy's ``Sentencizer`` (default punctuation) would start sentences; read from
+        the token arrays, since creating a Python ``Token`` per word costs more than all the matching."""
+        if self._punct_hashes is None:
+            self._punct_hashes = frozenset(doc.vocab.strings.add(c) for c in _SENTENCE_PUNCT)
+        punct_hashes = self._punct_hashes
+        starts = [0]
+        seen_period = False
+        for orth, is_punct, offset in doc.to_array([ORTH, IS_PUNCT, IDX]).tolist():
+            if orth in punct_hashes:
+                seen_period = True
+            elif seen_period and not is_punct:
+                starts.append(offset)
+                seen_period = False
+        return starts
 
     def __call__(self, doc: Doc) -> Doc:
-        text = doc.text
+        text = doc.user_data.get(TEXT_KEY)
+        if text is None:  # ``Doc.text`` re-joins every token: skipped when the caller passed the text along
+            text = doc.user_data[TEXT_KEY] = doc.text
         lower = text.lower()
         if len(lower) != len(text):  # a few characters lower-case to two; keep offsets aligned
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-        boundaries = [0]
-        for sentence in doc.sents:
-            boundaries.append(sentence.start_char)
+        boundaries = self._sentence_starts(doc)
         skipped: list[tuple[int, int]] = []
         has_body = False
         for section in split_sections(text, self.header_map):
@@ -178,19 +286,20 @@ class ContextComponent:
                 has_body = True
         doc.user_data["mgll_has_body"] = has_body
         boundaries = sorted(set(boundaries))
+        found_sets = self.scanner.scan(lower)
         mentions = []
-        for matcher in self.matchers:
-            excluded = [m.span() for m in matcher.exclude.finditer(lower)] if matcher.exclude else []
-            for match in matcher.pattern.finditer(lower):
-                start, end = match.span()
-                if any(s < end and start < e for s, e in excluded):
+        for label, mention_set, exclusion_set in self.label_sets:
+            excluded = found_sets[exclusion_set] if exclusion_set is not None else ()
+            for start, end, _ in found_sets[mention_set]:
+                if excluded and any(s < end and start < e for s, e, _ in excluded):
                     continue
-                if any(s <= start < e for s, e in skipped):
+                if skipped and any(s <= start < e for s, e in skipped):
                     continue
-                mentions.append((matcher.label, start, end))
+                mentions.append((label, start, end))
         found = []
         if mentions:
-            triggers = self._triggers(lower)
+            rules = self.rules.triggers
+            triggers = [(s, e, rules[i]) for s, e, i in found_sets[0]]
             for label, start, end in mentions:
                 index = bisect.bisect_right(boundaries, start) - 1
                 sentence_start = boundaries[index]
@@ -199,24 +308,6 @@ class ContextComponent:
                 found.append((label, start, end, state, trigger, sentence_start, sentence_end))
         doc.user_data["mgll_mentions"] = found
         return doc
-
-    def _triggers(self, lower: str) -> list[tuple[int, int, TriggerRule]]:
-        # The trigger alternation is tried only where a word could start a trigger: scanning every character
-        # with ~300 alternatives costs ~100x more.
-        rules, pattern, starts = self.rules.rules, self.rules.pattern, self.rules.first_words
-        found, last_end = [], 0
-        for word in _CANDIDATE.finditer(lower):
-            position = word.start()
-            if position < last_end:
-                continue
-            token = word.group(0)
-            if token not in starts and not token.startswith(self.rules.first_prefixes):
-                continue
-            match = pattern.match(lower, position)
-            if match:
-                found.append((match.start(), match.end(), rules[match.lastgroup]))
-                last_end = match.end()
-        return found
 
     def _state(self, lower, triggers, start, end, sentence_start, sentence_end) -> tuple[int, str | None]:
         """Negation wins over uncertainty (CheXpert order); among same-kind triggers the nearest is reported."""
@@ -256,17 +347,20 @@ class Labeler:
 
     def __init__(self, ontology: str | Path = "chexpert", skip_sections: Iterable[str] = SKIPPED_SECTIONS):
         self.ontology = load_ontology(ontology)
+        self._labels = list(self.ontology.labels)
         self.nlp = spacy.blank("en")
-        self.nlp.add_pipe("sentencizer")
         self.nlp.add_pipe(
             "mgll_context", config={"ontology": str(ontology), "skip_sections": list(skip_sections)}
         )
         self.nlp.max_length = max(self.nlp.max_length, _MAX_CHARS + 1)
         self.warnings: dict[str, int] = {}
+        self._implications = self.nlp.get_pipe("mgll_context").implications
+        self._no_finding = self.ontology.no_finding
+        self._no_finding_ignored = {self._no_finding, *self.ontology.no_finding_ignores}
 
     @property
     def labels(self) -> list[str]:
-        return self.ontology.labels
+        return list(self._labels)
 
     def _prepare(self, text) -> str:
         warnings: list[str] = []
@@ -288,31 +382,36 @@ class Labeler:
         return next(iter(self.pipe([text])))
 
     def pipe(self, texts: Iterable[str | bytes | None], batch_size: int = 256) -> Iterator[dict[str, LabelResult]]:
-        prepared = (self._prepare(t) for t in texts)
-        for doc in self.nlp.pipe(prepared, batch_size=batch_size):
+        for doc in self.nlp.pipe((self._make_doc(t) for t in texts), batch_size=batch_size):
             yield self._aggregate(doc)
 
+    def _make_doc(self, text) -> Doc:
+        prepared = self._prepare(text)
+        doc = self.nlp.make_doc(prepared)
+        doc.user_data[TEXT_KEY] = prepared
+        return doc
+
     def _aggregate(self, doc: Doc) -> dict[str, LabelResult]:
-        text = doc.text
+        text = doc.user_data[TEXT_KEY]
         results: dict[str, LabelResult] = {}
         other_finding = False
         for label, start, end, state, trigger, s_start, s_end in doc.user_data.get("mgll_mentions", []):
+            if label == "__other__":
+                other_finding |= state in (POSITIVE, UNCERTAIN)
+                continue
             mention = text[start:end]
             evidence = Evidence(
                 sentence=text[s_start:s_end].strip(), start=start, end=end, mention=mention, trigger=trigger, state=state
             )
-            if label == "__other__":
-                other_finding |= state in (POSITIVE, UNCERTAIN)
-                continue
             self._add(results, label, state, evidence)
             if state in (POSITIVE, UNCERTAIN):
                 lowered = re.sub(r"[\s\-]+", " ", mention.lower())
                 for phrases, implied_label, implied_state in self._implications:
                     if lowered in phrases and implied_label != label:
                         self._add(results, implied_label, implied_state, evidence)
-        no_finding = self.ontology.no_finding
+        no_finding = self._no_finding
         if no_finding and doc.user_data.get("mgll_has_body"):
-            ignored = {no_finding, *self.ontology.no_finding_ignores}
+            ignored = self._no_finding_ignored
             finding = other_finding or any(
                 r.state in (POSITIVE, UNCERTAIN) for name, r in results.items() if name not in ignored
             )
@@ -320,11 +419,7 @@ class Labeler:
                 results[no_finding] = LabelResult(POSITIVE, [])
             else:
                 results.pop(no_finding, None)
-        return {name: results[name] for name in self.labels if name in results}
-
-    @property
-    def _implications(self):
-        return self.nlp.get_pipe("mgll_context").implications
+        return {name: results[name] for name in self._labels if name in results}
 
     @staticmethod
     def _add(results: dict[str, LabelResult], label: str, state: int, evidence: Evidence) -> None:

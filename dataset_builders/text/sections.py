@@ -10,9 +10,10 @@ Text before the first header is the ``preamble`` section; a report without any h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -40,6 +41,9 @@ class HeaderMap:
     bare: frozenset[str]
     diagnosis_sections: tuple[str, ...]
     explanation_sections: tuple[str, ...]
+    # Lower-cased first word -> the alternation of the headers that start with it (same order as ``pattern``):
+    # trying the whole alternation at every character costs ~10x more than trying it only where it can match.
+    by_first_word: dict[str, re.Pattern] = field(default_factory=dict)
 
 
 def _normalise_header(text: str) -> str:
@@ -54,17 +58,28 @@ def load_header_map(path: str | None = None) -> HeaderMap:
         for phrase in phrases:
             canonical.setdefault(_normalise_header(phrase), name)
     alternatives = sorted(canonical, key=len, reverse=True)
-    body = "|".join(r"[\s\-/]+".join(re.escape(w) for w in phrase.split(" ")) for phrase in alternatives)
-    pattern = re.compile(rf"(?<![\w\-/])(?:{body})(?![\w\-/])", re.IGNORECASE)
+    by_first_word: dict[str, list[str]] = {}
+    for phrase in alternatives:
+        leading = _WORD_RUN.match(phrase)
+        if leading is None:
+            raise ValueError(f"{path or HEADER_FILE}: header {phrase!r} does not start with a word")
+        by_first_word.setdefault(leading.group(0), []).append(phrase)
     return HeaderMap(
-        pattern=pattern,
+        pattern=_header_pattern(alternatives),
         canonical=canonical,
         bare=frozenset(data.get("bare_headers", [])),
         diagnosis_sections=tuple(data.get("diagnosis_sections", ["impression"])),
         explanation_sections=tuple(data.get("explanation_sections", ["findings"])),
+        by_first_word={word: _header_pattern(phrases) for word, phrases in by_first_word.items()},
     )
 
 
+def _header_pattern(phrases: list[str]) -> re.Pattern:
+    body = "|".join(r"[\s\-/]+".join(re.escape(w) for w in phrase.split(" ")) for phrase in phrases)
+    return re.compile(rf"(?<![\w\-/])(?:{body})(?![\w\-/])", re.IGNORECASE)
+
+
+_WORD_RUN = re.compile(r"\w+")
 _LINE_PREFIX = re.compile(r"^[ \t>*#\-\u2022]*(?:\(?\d{1,2}[.)]\s*|[ivx]{1,4}[.)]\s+)?$", re.IGNORECASE)
 _SENTENCE_END_BEFORE = re.compile(r"[.!?;)\]]\s*$")
 _COLON_AFTER = re.compile(r"[ \t]*(?::|\s-\s|\s?\u2013|\s?\u2014|-(?=\s))[ \t]*")
@@ -104,13 +119,32 @@ def _header_end(text: str, match: re.Match, header_map: HeaderMap, all_caps: boo
     return end
 
 
+def _header_matches(text: str, header_map: HeaderMap) -> Iterator[re.Match]:
+    """What ``header_map.pattern.finditer(text)`` yields, trying only the headers that start with each word."""
+    last_end = 0
+    by_first_word = header_map.by_first_word
+    lower = text.lower()
+    same_offsets = len(lower) == len(text)  # a few characters lower-case to two
+    for word in _WORD_RUN.finditer(lower if same_offsets else text):
+        position = word.start()
+        if position < last_end:
+            continue
+        pattern = by_first_word.get(word.group(0) if same_offsets else word.group(0).lower())
+        if pattern is None:
+            continue
+        match = pattern.match(text, position)
+        if match:
+            last_end = match.end()
+            yield match
+
+
 def find_headers(text: str, header_map: HeaderMap | None = None) -> list[tuple[int, int, str, str]]:
     """(header start, body start, canonical name, header as written) for every header in ``text``."""
     header_map = header_map or load_header_map()
-    letters = [c for c in text[:2000] if c.isalpha()]
-    all_caps = bool(letters) and all(c.isupper() for c in letters)
+    head = text[:2000]
+    all_caps = head.isupper() and all(c.isupper() for c in head if c.isalpha())
     found = []
-    for match in header_map.pattern.finditer(text):
+    for match in _header_matches(text, header_map):
         body_start = _header_end(text, match, header_map, all_caps)
         if body_start is None:
             continue
