@@ -39,6 +39,7 @@ from dataset_builders.shards import (
 )
 from dataset_builders.sources import RawItem, Reject, Source, make_source
 from dataset_builders.splits import find_duplicates, split_for_patient
+from mgll.config import ConfigError
 
 logger = logging.getLogger("dataset_builders.build")
 
@@ -314,6 +315,8 @@ def run_chunk(cfg: BuildConfig, chunk: Chunk) -> ChunkResult:
             except Reject as rej:
                 reject_rows.append({"source": item.source, "source_path": item.path, "stage": rej.stage, "reason": rej.reason})
                 continue
+            except ConfigError:
+                raise  # a misconfiguration affects every input: stop with its message instead of rejecting all
             except Exception as exc:  # never crash the build on one input: quarantine it with what we know
                 reject_rows.append(
                     {"source": item.source, "source_path": item.path, "stage": "internal",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +155,8 @@ def _compress_with_gdcm(ds: Dataset, path: Path, transfer_syntax: str) -> None:
 
     gdcm_syntax = {JPEGLosslessSV1: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
                    JPEGLSLossless: gdcm.TransferSyntax.JPEGLSLossless}[transfer_syntax]
-    native, encoded = path.with_name(path.name + ".native.tmp"), path.with_name(path.name + ".gdcm.tmp")
+    workdir = Path(tempfile.mkdtemp(prefix="mgll-gdcm-"))  # private: concurrent generators never share temp names
+    native, encoded = workdir / "native.dcm", workdir / "encoded.dcm"
     try:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.save_as(native, enforce_file_format=True)
@@ -172,8 +175,7 @@ def _compress_with_gdcm(ds: Dataset, path: Path, transfer_syntax: str) -> None:
         ds["PixelData"] = pydicom.dcmread(encoded)["PixelData"]
         ds.file_meta.TransferSyntaxUID = transfer_syntax
     finally:
-        native.unlink(missing_ok=True)
-        encoded.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- broken inputs

@@ -53,15 +53,29 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[
         else [parse_override(o) for o in overrides]
     )
     for path, value in items:
-        node = result
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {'.'.join(path)}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = result
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            where = ".".join(path[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise ConfigError(f"override {'.'.join(path)}: {where!r} needs a list index (e.g. sources.0.root)")
+                index = int(part)
+                if index >= len(node):
+                    raise ConfigError(f"override {'.'.join(path)}: index {index} is past the end of a list of {len(node)}")
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[:depth])!r} is a value, not a section")
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
     return result
 
 

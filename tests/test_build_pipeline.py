@@ -256,3 +256,15 @@ def test_shards_read_back_with_webdataset(small_demo_dataset):
         assert meta["texts"]["modality"] == row.text_modality == caption
         seen += 1
     assert seen == len(train)
+
+
+def test_bad_report_table_is_a_config_error_not_a_reject_per_file(dicom_tree, tmp_path):
+    (dicom_tree / "reports.csv").write_text("uid,report\n1,hello\n")
+    cfg = load_build_config(data={"sources": [{"kind": "dicom_xray", "root": str(dicom_tree), "reports": "reports.csv"}],
+                                  "out": str(tmp_path / "out"), "salt": "x"})
+    with pytest.raises(ConfigError, match="needs columns 'study_instance_uid' and 'text'"):
+        build(cfg, progress=False)
+    missing = load_build_config(data={"sources": [{"kind": "dicom_xray", "root": str(dicom_tree), "reports": "nope.csv"}],
+                                      "out": str(tmp_path / "out2"), "salt": "x"})
+    with pytest.raises(ConfigError, match="report table 'nope.csv' unreadable"):
+        build(missing, progress=False)

@@ -225,6 +225,19 @@ class DicomXraySource(Source):
         for rel in sorted(seen):
             yield RawItem(self.name, rel, "dicom")
 
+    def check(self) -> None:
+        super().check()
+        path = self.report_path()
+        if path:
+            from mgll.config import ConfigError
+
+            try:
+                load_report_table(path, self.cfg.report_join, self.cfg.report_text_column)
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, ConfigError):
+                    raise
+                raise ConfigError(f"source {self.name!r}: report table {self.cfg.reports!r} unreadable: {exc}") from None
+
     def report_path(self) -> str | None:
         if not self.cfg.reports:
             return None

@@ -49,19 +49,31 @@ TEXT_KEY = "mgll_text"  # doc.user_data key holding the doc's text
 _TRIGGER_START = r"(?<![\w\-/])"  # a trigger never starts inside a hyphenated or slashed word
 
 
+GAP = "..."
+# Up to three words of one clause, none of which negates or normalises what the phrase says.
+_GAP_SOURCE = r"(?:[\s\-]+(?!(?:no|not|nor|non|without|never|normal|upper|top|within)\b)[\w/]+){0,3}"
+
+
 def phrase_regex(phrase: str, word_start: str = r"(?<![\w])") -> str:
-    """Lower-case phrase -> regex source: words joined by any spaces/hyphens, ``*`` = any word ending.
+    """Lower-case phrase -> regex source: words joined by any spaces/hyphens, ``*`` = any word ending,
+    ``...`` = up to three words that do not negate ("heart ... enlarged": "heart size is mildly enlarged").
 
     ``word_start`` guards a phrase that starts with a word (triggers use a stricter guard: "age-indeterminate
     fracture" is not uncertain)."""
     words = phrase.strip().split()
-    parts = []
+    if words[0] == GAP or words[-1] == GAP:
+        raise ValueError(f"phrase {phrase!r}: {GAP!r} (a gap of up to three words) may only stand between words")
+    body = ""
     for word in words:
+        if word == GAP:
+            body += _GAP_SOURCE
+            continue
+        if body:
+            body += r"[\s\-]+"
         if word.endswith("*") and len(word) > 1:
-            parts.append(re.escape(word[:-1]) + r"[\w\-]*")
+            body += re.escape(word[:-1]) + r"[\w\-]*"
         else:
-            parts.append(re.escape(word))
-    body = r"[\s\-]+".join(parts)
+            body += re.escape(word)
     if re.match(r"\w", phrase):
         body = word_start + body
     if re.search(r"[\w*]$", phrase):
