@@ -1,7 +1,7 @@
 """Throughput of the text stage on all IU X-ray reports (one process, one core).
 
 Baseline measured in the same run: spaCy's blank English tokenizer alone over the same texts. Reports the labeler
-(full pipeline: sentencizer + mentions + ConText + aggregation) and the composer as reports/s and as ratios.
+(full pipeline: tokenizer + sentence starts + sections + mentions + ConText + aggregation) and the composer as reports/s and as ratios.
 Run: OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/bench_text.py
 """
 

@@ -517,6 +517,8 @@ def _train(cfg: PretrainConfig, info: DistInfo, progress: bool, tracking, create
                         best_value = score
                     row_metrics = {"loss": sums["loss"], "score": score}
                     save(last_path, step, stream.position, row_metrics)
+                    if cfg.output.keep_every:
+                        save(run_dir / f"step-{step:07d}.pt", step, stream.position, row_metrics)
                     if improved:
                         save(best_path, step, stream.position, row_metrics)
                 if info.world_size > 1:
@@ -532,9 +534,10 @@ def _train(cfg: PretrainConfig, info: DistInfo, progress: bool, tracking, create
             final["best_score"] = best_value
             plot = _plot_losses(history, run_dir / "loss_curve.png")
             if run is not None:
-                tracking.log_artifact(last_path, "checkpoints")
-                if best_path.is_file() and cfg.tracking.log_checkpoints:
-                    tracking.log_artifact(best_path, "checkpoints")
+                if cfg.tracking.log_checkpoints:
+                    tracking.log_artifact(last_path, "checkpoints")
+                    if best_path.is_file():
+                        tracking.log_artifact(best_path, "checkpoints")
                 tracking.log_artifact(metrics_path, "metrics")
                 if plot:
                     tracking.log_artifact(plot, "plots")

@@ -116,7 +116,7 @@ class OutputSection(StrictModel):
 class TrackingSection(StrictModel):
     parent_run_id: str | None = None
     log_model: bool = Field(True, description="log the final model with mlflow.pytorch (with a signature)")
-    log_checkpoints: bool = True
+    log_checkpoints: bool = Field(True, description="upload last.pt / best.pt (runs:/<id> URIs need them)")
 
 
 class EvaluationSection(StrictModel):

@@ -197,3 +197,76 @@ def test_cli_rejects_bad_input(tmp_path):
     assert result.exit_code == 2 and "needs columns 'id' and 'text'" in result.output
     result = CliRunner().invoke(app, ["label", "--ontology", "nope", "--input", str(bad), "--output", str(tmp_path / "o.parquet")])
     assert result.exit_code == 2 and "unknown ontology" in result.output
+
+
+def _random_report(rng, vocabulary: list[str]) -> str:
+    pieces = []
+    for _ in range(rng.randint(5, 60)):
+        pieces.append(rng.choice(vocabulary))
+        pieces.append(rng.choice([" ", " ", " ", "-", "/", ". ", ", ", "; ", ": ", "\n", "\n\n", "? "]))
+    return "".join(pieces)
+
+
+def test_phrase_scanner_finds_what_finditer_finds():
+    """The first-word index must not change what the alternations match (leftmost-first, non-overlapping)."""
+    import random
+    import re
+
+    from dataset_builders.text.labeler import PhraseScanner, load_context_rules, phrase_regex
+
+    rules = load_context_rules()
+    sets = [list(zip((r.phrase for r in rules.triggers), rules.sources))]
+    for phrases in (["nodul*", "nodule", "pleural effusion", "effusion*", "r/o", "heart ... enlarged", "mass"],
+                    ["no", "no evidence of", "not", "?", ";", "non-enlarged", "top normal"]):
+        sets.append([(p, phrase_regex(p)) for p in phrases])
+    scanner = PhraseScanner(sets)
+    words = ("no not evidence of nodule nodules nodular pleural effusion effusions r o heart size is mildly enlarged "
+             "normal top non enlarged mass masses massive cannot exclude possible there is but x2 3cm").split()
+    rng = random.Random(7)
+    for _ in range(300):
+        text = _random_report(rng, words)
+        found = scanner.scan(text)
+        for index, phrases in enumerate(sets):
+            alternation = re.compile("|".join(f"(?:{source})" for _, source in phrases))
+            assert [(s, e) for s, e, _ in found[index]] == [m.span() for m in alternation.finditer(text)], text
+            for start, end, phrase_index in found[index]:
+                assert re.compile(phrases[phrase_index][1]).match(text, start).end() == end
+
+
+def test_sentence_starts_match_spacy_sentencizer():
+    import spacy
+
+    labeler = Labeler("chexpert")
+    component = labeler.nlp.get_pipe("mgll_context")
+    reference = spacy.blank("en")
+    reference.add_pipe("sentencizer")
+    texts = ["", "No effusion.", "FINDINGS: Heart normal.\nIMPRESSION: No acute disease. (See above.) Dr. X ok!",
+             ".. Lungs clear?! Yes. 1.5 cm nodule. \"Quoted.\" Next", "...", "a\n\nb. c"]
+    for text in texts:
+        expected = sorted({0} | {s.start_char for s in reference(text).sents})
+        assert sorted(set(component._sentence_starts(labeler.nlp.make_doc(text)))) == expected, text
+
+
+def test_header_index_finds_what_the_header_regex_finds():
+    from dataset_builders.text.sections import _header_matches, load_header_map
+
+    header_map = load_header_map()
+    text = ("Clinical history: cough. FINDINGS: lungs clear.\n  IMPRESSION - normal. Comparison/none; "
+            "findings and impression: ok. RECOMMENDATIONS follow-up. pre-findings x/impression")
+    assert [m.span() for m in _header_matches(text, header_map)] == [m.span() for m in header_map.pattern.finditer(text)]
+
+
+def test_gap_phrases_and_openi_conventions():
+    nih = Labeler("nih")
+    assert nih.label("Heart size is mildly enlarged.")["Cardiomegaly"].state == 1
+    assert nih.label("The heart is borderline enlarged.")["Cardiomegaly"].state == 1
+    assert "Cardiomegaly" not in nih.label("Heart size is upper limits of normal.")
+    assert nih.label("Heart size is not enlarged.").get("Cardiomegaly") is None
+    assert nih.label("Hyperexpanded lungs, suggestive of emphysema.")["Emphysema"].state == -1
+    assert nih.label("Findings most suggestive of pulmonary edema.")["Edema"].state == 1
+    assert nih.label("Mild fissural thickening.")["Pleural_Thickening"].state == 1
+    assert "Emphysema" not in nih.label("Subcutaneous emphysema in the neck.")
+    with pytest.raises(ValueError, match="may only stand between words"):
+        from dataset_builders.text.labeler import phrase_regex
+
+        phrase_regex("... enlarged")

@@ -14,9 +14,10 @@ from dataset_builders.text.labeler import Labeler
 from tests.fixtures.text import CHEXPERT_LABELED, findings_impression_text, score_labels, tokens_for_f1
 
 # Measured levels on the held-out OpenI test split / the oracle, minus a small margin (see the final report).
-OPENI_TEST_MACRO_F1_MIN = 0.84  # measured 0.863 (goal 0.90 not reached)
-SECTION_F1_WITH_HEADERS_MIN = 0.99  # measured 0.9975 diagnosis, 0.9988 explanation
-SECTION_F1_WITHOUT_HEADERS_MIN = 0.85  # measured 0.878 diagnosis, 0.951 explanation
+OPENI_TEST_MACRO_F1_MIN = 0.90  # measured 0.9167 (uncertain scored as negative; goal 0.90)
+OPENI_TEST_MACRO_F1_UNCERTAIN_POSITIVE_MIN = 0.80  # measured 0.8171 (uncertain scored as positive)
+SECTION_F1_WITH_HEADERS_MIN = 0.995  # measured 0.9975 diagnosis, 0.9988 explanation
+SECTION_F1_WITHOUT_HEADERS_MIN = 0.86  # measured 0.878 diagnosis, 0.951 explanation
 
 
 def test_chexpert_labeled_reports_cell_for_cell(external_dir):
@@ -53,6 +54,7 @@ def test_openi_test_split_macro_f1(iu_reports, openi_gold):
                  f"{as_negative['macro_f1']:.4f} (uncertain=0), {as_positive['macro_f1']:.4f} (uncertain=1)")
     print("\n".join(lines))
     assert as_negative["macro_f1"] >= OPENI_TEST_MACRO_F1_MIN, "\n".join(lines)
+    assert as_positive["macro_f1"] >= OPENI_TEST_MACRO_F1_UNCERTAIN_POSITIVE_MIN, "\n".join(lines)
 
 
 _FINDINGS_HEADERS = ["FINDINGS:", "Findings:", "findings:", "FINDINGS", "Findings -", "FINDINGS :", "Report:", "DESCRIPTION:"]

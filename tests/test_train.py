@@ -67,7 +67,9 @@ def test_a_few_steps_decrease_the_loss(tmp_path):
 
 
 def test_clip_baseline_and_fewer_granularities(tiny_dataset, tmp_path):
-    result = train(tiny_config(tiny_dataset, tmp_path / "clip", loss={"kind": "clip"}, data={"granularities": ["diagnosis"]}))
+    result = train(tiny_config(tiny_dataset, tmp_path / "clip", loss={"kind": "clip"}, data={"granularities": ["diagnosis"]},
+                               output={"keep_every": True}))
+    assert sorted(p.name for p in (tmp_path / "clip").glob("step-*.pt")) == ["step-0000002.pt", "step-0000004.pt"]
     rows = read_metrics(tmp_path / "clip")
     assert len(rows) == 4 and all(r["pointwise"] == 0 and r["skl"] == 0 and r["sclip"] > 0 for r in rows)
     assert result.steps == 4

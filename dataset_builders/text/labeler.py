@@ -47,8 +47,6 @@ _BREAK_SOURCE = r"\n[ \t]*\n|\n(?=[ \t]*\(?\d{1,2}[.)]\s)"
 _MEMO_LIMIT = 200_000
 TEXT_KEY = "mgll_text"  # doc.user_data key holding the doc's text
 _TRIGGER_START = r"(?<![\w\-/])"  # a trigger never starts inside a hyphenated or slashed word
-
-
 GAP = "..."
 # Up to three words of one clause, none of which negates or normalises what the phrase says.
 _GAP_SOURCE = r"(?:[\s\-]+(?!(?:no|not|nor|non|without|never|normal|upper|top|within)\b)[\w/]+){0,3}"
