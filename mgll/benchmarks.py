@@ -136,6 +136,15 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], where: Path | str
         raise BenchmarkError(f"{where} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
+def _binary_target(rec: dict, columns: list[str]) -> list[float] | None:
+    """The 0/1 values of ``columns`` in one CSV record, or None when any of them is not 0 or 1."""
+    try:
+        target = [float(rec[c]) for c in columns]
+    except ValueError:
+        return None
+    return target if all(v in (0.0, 1.0) for v in target) else None
+
+
 def _select_labels(all_labels: list[str], spec: DatasetSpec) -> tuple[list[str], list[int]]:
     if not spec.labels:
         return list(all_labels), list(range(len(all_labels)))
@@ -295,11 +304,8 @@ def read_rfmid(spec: DatasetSpec) -> Benchmark:
             for i, rec in enumerate(df.to_dict("records")):
                 report.rows += 1
                 where = f"{path.name} row {i + 2}"
-                try:
-                    target = [float(rec[c]) for c in labels]
-                    if any(v not in (0.0, 1.0) for v in target):
-                        raise ValueError
-                except ValueError:
+                target = _binary_target(rec, labels)
+                if target is None:
                     report.skip("label value not 0 / 1", where)
                     continue
                 ident = str(rec["ID"]).strip()
@@ -353,11 +359,8 @@ def read_csv_benchmark(spec: DatasetSpec) -> Benchmark:
                 report.skip("split value not train / val / test", where)
                 continue
             if spec.label_columns:
-                try:
-                    target = [float(rec[c]) for c in labels]
-                    if any(v not in (0.0, 1.0) for v in target):
-                        raise ValueError
-                except ValueError:
+                target = _binary_target(rec, labels)
+                if target is None:
                     report.skip("label value not 0 / 1", where)
                     continue
             else:

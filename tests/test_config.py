@@ -119,8 +119,7 @@ DEMO_CONFIGS = [
 @pytest.mark.parametrize(("relpath", "module", "model"), DEMO_CONFIGS)
 def test_demo_configs_validate(relpath: str, module: str, model: str) -> None:
     path = REPO / relpath
-    if not path.is_file():
-        pytest.skip(f"{relpath} is not in the checkout yet (written by its flow's owner)")
+    assert path.is_file(), f"{relpath} does not exist"
     cls = getattr(importlib.import_module(module), model)
     load_config(cls, path)
     with pytest.raises(ConfigError) as info:

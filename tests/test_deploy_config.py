@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.fixtures.stack import flow_name
+
 REPO = Path(__file__).resolve().parent.parent
 SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())
 FLOWS = {"build-dataset": "flows/build_dataset.py", "pretrain-mgll": "flows/pretrain.py", "evaluate-mgll": "flows/evaluate.py"}
-
-
-def _flow_name(entrypoint: str) -> str | None:
-    path, func = entrypoint.split(":")
-    source = REPO / path
-    if not source.is_file():
-        return None
-    match = re.search(rf'@flow\(\s*name="([^"]+)"[^)]*\)\s*\ndef {func}\(', source.read_text())
-    return match.group(1) if match else None
 
 
 def test_six_required_deployments_are_declared() -> None:
@@ -32,21 +25,16 @@ def test_six_required_deployments_are_declared() -> None:
 @pytest.mark.parametrize("deployment", SPEC["deployments"], ids=lambda d: f"{d['entrypoint']}/{d['name']}")
 def test_entrypoints_and_parameters(deployment: dict) -> None:
     path, func = deployment["entrypoint"].split(":")
-    if not (REPO / path).is_file():
-        pytest.skip(f"{path} is not written yet")
-    name = _flow_name(deployment["entrypoint"])
-    assert name, f"{func} in {path} is not a @flow(name=...)"
+    name = flow_name(deployment["entrypoint"])  # asserts the file exists and func is a @flow(name=...)
     if path in FLOWS.values():
         assert name == next(k for k, v in FLOWS.items() if v == path)
-    import importlib
-
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     signature = inspect.signature(getattr(module, func).fn)
     assert {"config_path", "overrides"} <= set(signature.parameters)
     for key, value in deployment["parameters"].items():
         assert key in signature.parameters, f"{deployment['name']}: {func} has no parameter {key}"
         if key.endswith("config_path"):
-            assert (REPO / value).is_file() or pytest.skip(f"{value} is not written yet")
+            assert (REPO / value).is_file(), f"{deployment['name']}: {key} {value} does not exist"
     assert deployment["work_pool"]["name"] == "mgll-process"
 
 

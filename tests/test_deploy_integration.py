@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.stack import flow_name
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).parent / "prefect")
 REQUIRED = {f"{flow}/{name}" for flow in ("build-dataset", "pretrain-mgll", "evaluate-mgll") for name in ("demo", "default")}
-
-
-def _flow_name(entrypoint: str) -> str | None:
-    """The @flow(name=...) of an entrypoint, read from source (None while its file does not exist yet)."""
-    path, func = entrypoint.split(":")
-    source = REPO / path
-    if not source.is_file():
-        return None
-    match = re.search(rf'@flow\(\s*name="([^"]+)"[^)]*\)\s*\ndef {func}\(', source.read_text())
-    return match.group(1) if match else None
 
 
 def _deployments_in_yaml() -> list[dict]:
@@ -63,13 +54,9 @@ def mlflow_client(live_stack: dict):
 
 @pytest.fixture(scope="module")
 def deployed(stack_env: dict, live_stack: dict) -> set[str]:
-    missing = [d["entrypoint"] for d in _deployments_in_yaml() if _flow_name(d["entrypoint"]) is None]
-    if missing:
-        # Deploy what exists (the other flows are still being written); --all once every entrypoint is there.
-        names = [f"{d['entrypoint'].split(':')[1]}/{d['name']}" for d in _deployments_in_yaml() if d["entrypoint"] not in missing]
-        result = _prefect(stack_env, "deploy", *[a for n in names for a in ("-n", n)])
-    else:
-        result = _prefect(stack_env, "deploy", "--all")
+    for deployment in _deployments_in_yaml():
+        flow_name(deployment["entrypoint"])  # every entrypoint exists and is a @flow(name=...)
+    result = _prefect(stack_env, "deploy", "--all")
     assert result.returncode == 0 and "Traceback" not in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
 
     import httpx
@@ -88,18 +75,13 @@ def deployed(stack_env: dict, live_stack: dict) -> set[str]:
 
 def test_all_required_deployments_exist(deployed: set[str]) -> None:
     missing = REQUIRED - deployed
-    if missing and any(_flow_name(d["entrypoint"]) is None for d in _deployments_in_yaml()):
-        pytest.skip(f"flows not written yet, so not deployed: {sorted(missing)}")
     assert not missing, f"prefect deploy --all did not create {sorted(missing)}"
 
 
 @pytest.fixture(scope="module")
 def built_dataset(deployed: set[str], stack_env: dict, live_stack: dict, tmp_path_factory) -> Path:
-    if "build-dataset/default" not in deployed:
-        pytest.skip("flows/build_dataset.py is not written yet")
-    config = REPO / "configs" / "build_demo.yaml"
-    if not config.is_file():
-        pytest.skip("configs/build_demo.yaml is not written yet")
+    assert "build-dataset/default" in deployed, f"build-dataset/default was not deployed: {sorted(deployed)}"
+    assert (REPO / "configs" / "build_demo.yaml").is_file(), "configs/build_demo.yaml does not exist"
     work = tmp_path_factory.mktemp("pipeline")
     overrides = [
         f"sources=[{{kind: synthetic, root: {work / 'raw'}, n_studies: 40, n_fundus: 12, image_size: 64}}]",
@@ -136,11 +118,10 @@ def test_build_dataset_deployment_writes_shards_and_tracks_them(built_dataset: P
 
 @pytest.fixture(scope="module")
 def pretrained(built_dataset: Path, deployed: set[str], live_stack: dict, tmp_path_factory):
-    if "pretrain-mgll/demo" not in deployed or "evaluate-mgll/demo" not in deployed:
-        pytest.skip("flows/pretrain.py or flows/evaluate.py is not written yet")
+    for name in ("pretrain-mgll/demo", "evaluate-mgll/demo"):
+        assert name in deployed, f"{name} was not deployed: {sorted(deployed)}"
     for name in ("pretrain_demo.yaml", "evaluate_demo.yaml"):
-        if not (REPO / "configs" / name).is_file():
-            pytest.skip(f"configs/{name} is not written yet")
+        assert (REPO / "configs" / name).is_file(), f"configs/{name} does not exist"
     work = tmp_path_factory.mktemp("pretrain")
     # The evaluation config of the subflow, pointed at the tiny dataset and kept small.
     evaluation = yaml.safe_load((REPO / "configs" / "evaluate_demo.yaml").read_text())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from mgll.checkpoint import save_checkpoint
@@ -101,7 +99,6 @@ def test_registered_model_version_resolves_to_its_run_checkpoint(stack_client_en
         evaluate(cfg, checkpoint="models:/eval-test-model/7")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mgll.train") is None, reason="mgll.train (trainer area) not present yet")
 def test_ablation_flow_two_variants_writes_tables_into_mlflow(stack_client_env, tiny_corpus, tmp_path):
     import mlflow
 
