@@ -1,9 +1,13 @@
 """After `make demo`: the MLflow server lists a finished build, pretraining and evaluation run, each with metrics
-and artifacts, and Prefect lists the six required deployments. Exits non-zero with the reason otherwise."""
+and artifacts, and Prefect lists the six required deployments. Exits non-zero with the reason otherwise.
+
+Run with the stack's environment loaded (`eval "$(mgll status --env)"`): without PREFECT_API_URL, Prefect would
+quietly start a temporary server of its own and find no deployments there."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from mlflow.tracking import MlflowClient
@@ -48,6 +52,9 @@ async def deployment_names() -> set[str]:
 
 
 def main() -> int:
+    if not os.environ.get("PREFECT_API_URL"):
+        print('demo check: PREFECT_API_URL is unset; run eval "$(mgll status --env)" first', file=sys.stderr)
+        return 2
     problems = check_mlflow()
     required = {f"{f}/{d}" for f in ("build-dataset", "pretrain-mgll", "evaluate-mgll") for d in ("demo", "default")}
     missing = required - asyncio.run(deployment_names())

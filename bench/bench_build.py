@@ -24,27 +24,28 @@ sys.path.insert(0, str(REPO))
 
 
 def bare_loop(files: list[Path], image_size: int) -> tuple[int, float]:
-    """The baseline: what any script would do per file, with no bookkeeping at all."""
-    import numpy as np
+    """The baseline: what any script would do per file, with no bookkeeping at all.
+
+    Same work per sample as the build: decode the first frame only, the build's own normalisation
+    (``pixels.to_display``: Modality LUT, then the file's VOI LUT / window or, without one, a percentile window;
+    MONOCHROME1 inversion), resize and PNG encode.  Only the bookkeeping is left out (validation, de-identification,
+    hashing, texts, shards, manifest).
+    """
     import pydicom
     from PIL import Image
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from dataset_builders.pixels import to_display
 
     done = 0
     started = time.perf_counter()
     for path in files:
         try:
             ds = pydicom.dcmread(path)
-            arr = ds.pixel_array
-        except Exception:
+            if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+                ds.pixel_array_options(index=0)
+            out = to_display(ds.pixel_array, ds)
+        except Exception:  # undecodable or unusable pixels: no sample, as in the build
             continue
-        if arr.ndim != 2:
-            continue
-        values = apply_voi_lut(apply_modality_lut(arr, ds), ds).astype(np.float32)
-        low, high = np.percentile(values, [0.5, 99.5])
-        out = np.clip((values - low) * (255.0 / max(high - low, 1e-6)), 0, 255).astype(np.uint8)
-        if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-            out = 255 - out
         image = Image.fromarray(out)
         scale = image_size / min(image.size)
         image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.Resampling.BILINEAR)

@@ -1,4 +1,4 @@
-"""``dataset.json``: the dataset card (see docs/CONTRACTS.md). PHI-free: counts, hashes, the redacted config."""
+"""``dataset.json``: the dataset card (see docs/interfaces.md). PHI-free: counts, hashes, the redacted config."""
 
 from __future__ import annotations
 

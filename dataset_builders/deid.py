@@ -17,6 +17,7 @@ import re
 import secrets
 from typing import Iterable
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 REDACTED_TOKEN = "[REDACTED]"
@@ -51,6 +52,8 @@ PHI_KEYWORDS = (
     "IssuerOfPatientID",
     "MedicalRecordLocator",
 )
+
+_PHI_TAGS = tuple((keyword, tag_for_keyword(keyword)) for keyword in PHI_KEYWORDS)
 
 _MONTHS = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
 _PATTERNS = [
@@ -127,8 +130,11 @@ def _person_name_parts(value) -> list[str]:
 def header_phi(ds: Dataset) -> list[str]:
     """Every PHI string in a DICOM header (names split into components, dates in several spellings)."""
     found: list[str] = []
-    for keyword in PHI_KEYWORDS:
-        value = ds.get(keyword)
+    present = ds.keys()  # a tag lookup; ``ds.get`` of an absent keyword raises and catches an AttributeError
+    for keyword, tag in _PHI_TAGS:
+        if tag not in present:
+            continue
+        value = ds[tag].value
         if value is None or value == "":
             continue
         values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
@@ -152,8 +158,14 @@ def scrub_text(text: str, phi: Iterable[str] = ()) -> str:
     if not text:
         return ""
     out = str(text)
+    # Most header values do not occur in a given text; compiling a pattern per value per file dominated the cost.
+    # For ASCII text and value, re.I is ASCII case folding, so a substring test rules a value out exactly.
+    folded = out.lower() if out.isascii() else None
     for value in sorted({p for p in phi if p and len(p) >= 2}, key=len, reverse=True):
+        if folded is not None and value.isascii() and value.lower() not in folded:
+            continue
         out = re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", REDACTED_TOKEN, out, flags=re.I)
+        folded = out.lower() if out.isascii() else None
     for pattern in _PATTERNS:
         out = pattern.sub(REDACTED_TOKEN, out)
     out = _REPEATED.sub(REDACTED_TOKEN + " ", out)

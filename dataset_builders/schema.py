@@ -9,7 +9,7 @@ In ``manifest.parquet`` it is one row (``SampleRecord.manifest_row()``, columns 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -70,7 +70,10 @@ class SampleRecord:
         return ""
 
     def shard_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # shallow: json.dumps reads the fields as they are, only the Evidence dataclasses need converting
+        # (asdict deep-copied every field of every sample)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["evidence"] = {name: [asdict(e) for e in items] for name, items in self.evidence.items()}
         data["schema_version"] = SCHEMA_VERSION
         data["texts"] = {g: self.texts.get(g, "") for g in GRANULARITIES}  # ordered coarse -> fine
         data["granularities"] = list(GRANULARITIES)
