@@ -12,11 +12,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def temporary_prefect_server(monkeypatch):
-    """Prefect's own temporary server (real API, SQLite), stopped when the test ends (not at interpreter exit)."""
-    from prefect.testing.utilities import prefect_test_harness
+    """Prefect's own temporary server (real API, SQLite), given time to start on a busy 2-core machine."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with prefect_test_harness(server_startup_timeout=180):
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
         yield
 
 
