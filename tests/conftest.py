@@ -13,13 +13,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLCONFIGDIR", str(_STATE / "matplotlib"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYDICOM_DATA_HOME", str(_STATE / "pydicom"))
-os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect-home"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect-home")  # never the profile of a stack the user has running
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-# Unit tests never talk to a tracking server unless they start one themselves.
-os.environ.pop("MLFLOW_TRACKING_URI", None)
+# Tests never talk to a server they did not start (a shell with `eval "$(mgll status --env)"` exports these).
+for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+    os.environ.pop(_var, None)
 
 pytest_plugins = [
     f"tests.fixtures.{p.stem}"

@@ -65,6 +65,7 @@ def _worker(rank: int, init_file: str, result_dir: str) -> None:
             results.append(_run(loss_fn, image[local], [t[local] for t in texts], labels[local], modality[local],
                                 [m[local] for m in masks]))
         torch.save(results, f"{result_dir}/rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other may still be talking to it
     finally:
         dist.destroy_process_group()
 
