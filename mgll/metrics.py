@@ -98,22 +98,22 @@ def multilabel_metrics(
     return summary, results
 
 
-def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
+def _macro(metric, y: np.ndarray, scores: np.ndarray) -> float:
+    """Mean of ``metric`` over the labels where it is defined (NaN when it is defined for none)."""
     values = [
-        roc_auc_score(y[_valid(y[:, j]), j].astype(int), scores[_valid(y[:, j]), j])
+        metric(y[_valid(y[:, j]), j].astype(int), scores[_valid(y[:, j]), j])
         for j in range(y.shape[1])
         if not undefined_reason(y[:, j])
     ]
     return float(np.mean(values)) if values else math.nan
+
+
+def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    return _macro(roc_auc_score, y, scores)
 
 
 def macro_ap(y: np.ndarray, scores: np.ndarray) -> float:
-    values = [
-        average_precision_score(y[_valid(y[:, j]), j].astype(int), scores[_valid(y[:, j]), j])
-        for j in range(y.shape[1])
-        if not undefined_reason(y[:, j])
-    ]
-    return float(np.mean(values)) if values else math.nan
+    return _macro(average_precision_score, y, scores)
 
 
 def multiclass_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> tuple[dict[str, float], dict]:
